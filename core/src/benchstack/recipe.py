@@ -318,7 +318,7 @@ def load_specs(
             backend=core.backend,
             scheduler=core.scheduler,
             load=core.load,
-            model=ModelSpec(**attrs.asdict(core.model)),
+            model=_model_spec(core.model),
             points=expand_points(core.sweep),
             run_dir=base_dir if variant is None else base_dir / variant,
             options=options,
@@ -335,6 +335,20 @@ def load_specs(
             raise RecipeError(problems, source=source)
         specs.append(spec)
     return specs
+
+
+def _model_spec(m: ModelSection) -> ModelSpec:
+    """Local model paths become absolute (servers may run from another directory); hub ids stay."""
+
+    def local(p: str | None) -> str | None:
+        if p is None:
+            return None
+        if p.startswith((".", "/", "~")) or Path(p).exists():
+            return str(Path(p).expanduser().resolve())
+        return p
+
+    path = local(m.path) if (m.create or not m.path.count("/") == 1 or Path(m.path).exists()) else m.path
+    return ModelSpec(name=m.name, path=path, tokenizer=local(m.tokenizer), create=m.create)
 
 
 def _structure_core(data: dict[str, Any], source: str | None) -> CoreRecipe:

@@ -1,0 +1,1 @@
+"""benchstack load generator: AIPerf."""

@@ -1,0 +1,1 @@
+"""benchstack backend: Dynamo frontend + TensorRT-LLM workers."""
