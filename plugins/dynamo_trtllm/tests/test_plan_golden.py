@@ -110,6 +110,7 @@ def test_count_instances_from_frontend_health():
         {"component": "prefill", "endpoint": "generate", "namespace": "ns", "instance_id": 1},
         {"component": "backend", "endpoint": "generate", "namespace": "ns", "instance_id": 2},
         {"component": "backend", "endpoint": "clear_kv_blocks", "namespace": "ns", "instance_id": 2},
-        {"component": "backend", "endpoint": "generate", "namespace": "other", "instance_id": 3}]}
+        {"component": "backend", "endpoint": "generate", "namespace": "other", "instance_id": 3},
+        {"component": "prefill", "endpoint": "generate", "namespace": "ns", "instance_id": 1}]}
     assert plugin.count_instances(health, "ns") == {"prefill": 1, "backend": 1}
     assert plugin.expected_counts({"prefill": 2, "decode": 1}) == {"prefill": 2, "backend": 1}

@@ -244,15 +244,18 @@ def count_instances(health: Any, ns: str) -> dict[str, int]:
     Dynamo 1.6's frontend answers ``{"status": ..., "endpoints": [...], "instances": [{"component":
     "backend"|"prefill", "endpoint": "generate", "namespace": NS, "instance_id": ...}, ...]}``.
     """
-    counts: dict[str, int] = {}
+    seen: set[tuple[str, Any]] = set()
     if not isinstance(health, dict):
-        return counts
+        return {}
     for inst in health.get("instances") or []:
         if not isinstance(inst, dict) or inst.get("namespace", ns) != ns:
             continue
+        # prefill/aggregated workers also register other endpoints under the same instance id
         if inst.get("endpoint", "generate") != "generate":
             continue
-        comp = str(inst.get("component", ""))
+        seen.add((str(inst.get("component", "")), inst.get("instance_id", id(inst))))
+    counts: dict[str, int] = {}
+    for comp, _ in seen:
         counts[comp] = counts.get(comp, 0) + 1
     return counts
 
