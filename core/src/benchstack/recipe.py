@@ -71,12 +71,10 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
         return f"unknown key {extra}{hint}"
     if isinstance(exc, KeyError):
         return "required key missing"
-    if isinstance(exc, (ValueError, TypeError)) and str(exc):
-        # attrs validators say e.g. "'workers' must be >= 1: 0"; keep their own words
-        msg = str(exc)
-        if msg.startswith("(") and "," in msg and "<" in msg:  # attrs' tuple-style messages
-            msg = msg.split(",")[0].strip("(")
-        return msg
+    if isinstance(exc, (ValueError, TypeError)) and exc.args and isinstance(exc.args[0], str):
+        # attrs validators raise ValueError(msg, attribute, ...) with msg like
+        # "'workers' must be >= 1: 0"; keep their own words (cattrs' default drops them)
+        return exc.args[0]
     return cattrs.v.format_exception(exc, type_)
 
 
@@ -310,8 +308,7 @@ def load_specs(
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     specs = []
     for variant, d in bases:
-        core = _structure_core(d, source)
-        options = _structure_plugin_sections(d, core, manager, source)
+        core, options = _structure_all(d, manager, source)
         base_dir = Path(run_dir) if run_dir else Path(core.output_dir) / f"{core.name}-{stamp}"
         spec = RunSpec(
             name=core.name,
@@ -359,11 +356,32 @@ def _structure_core(data: dict[str, Any], source: str | None) -> CoreRecipe:
         raise RecipeError(exc.lines, source=source) from None
 
 
-def _structure_plugin_sections(data, core: CoreRecipe, manager, source) -> dict[str, Any]:
+def _structure_all(data: dict[str, Any], manager, source) -> tuple[CoreRecipe, dict[str, Any]]:
+    """Core keys and every plugin section, all errors collected into one RecipeError."""
+    lines: list[str] = []
+    core = None
+    try:
+        core = _structure_core(data, source)
+    except RecipeError as exc:
+        lines.extend(exc.lines)
+    selected = {k: data.get(k, d) for k, d in (("backend", None), ("scheduler", "local"), ("load", "aiperf"))}
+    if core is not None:
+        selected = {"backend": core.backend, "scheduler": core.scheduler, "load": core.load}
+    try:
+        options = _structure_plugin_sections(data, selected, manager)
+    except RecipeError as exc:
+        lines.extend(exc.lines)
+    if lines:
+        raise RecipeError(lines, source=source)
+    return core, options
+
+
+def _structure_plugin_sections(data, selected: dict[str, Any], manager) -> dict[str, Any]:
     infos = manager.infos()
     lines: list[str] = []
-    selected = {"backend": core.backend, "scheduler": core.scheduler, "load": core.load}
     for kind, name in selected.items():
+        if not isinstance(name, str):
+            continue
         try:
             manager.info(kind, name)
         except Exception as exc:
@@ -394,7 +412,7 @@ def _structure_plugin_sections(data, core: CoreRecipe, manager, source) -> dict[
         except RecipeError as exc:
             lines.extend(exc.lines)
     if lines:
-        raise RecipeError(lines, source=source)
+        raise RecipeError(lines)
     return options
 
 
