@@ -48,7 +48,7 @@ def executable(o: AiperfOptions) -> str:
 
 def command(spec, o: AiperfOptions, endpoints, point, out_dir: Path) -> list[str]:
     """The ``aiperf profile`` command line of one point."""
-    argv = [executable(o), "profile", "--model", spec.model.name,
+    argv = [executable(o), "profile", "--model", endpoints[0].model,  # the id the server lists
             "--endpoint-type", o.endpoint_type]
     if o.streaming:
         argv.append("--streaming")

@@ -1,0 +1,1 @@
+"""benchstack backend: trtllm-serve."""
