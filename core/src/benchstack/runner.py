@@ -180,9 +180,14 @@ class Runner:
         self.echo(f"point {point.label}: {spec.load} isl={point.isl} osl={point.osl} "
                   f"requests={point.num_requests or '-'}")
         t = time.monotonic()
-        result: LoadResult | None = self.hook.bench_run_load(
-            spec=spec, endpoints=endpoints, point=point, out_dir=out_dir
-        )
+        try:
+            result: LoadResult | None = self.hook.bench_run_load(
+                spec=spec, endpoints=endpoints, point=point, out_dir=out_dir
+            )
+        except LoadError:
+            # a tool that failed because a server died: report the server (the cause) first
+            self._check_alive(servers, launcher, f"load point {point.label}")
+            raise
         if result is None:
             raise PluginError(f"load generator {spec.load!r} did not run point {point.label}")
         self._check_alive(servers, launcher, f"load point {point.label}")

@@ -241,15 +241,17 @@ def bench_discover_endpoints(spec, servers, launcher):
                         what=f"{NAME} servers", timeout_s=spec.ready_timeout_s)
     endpoints = list(servers.endpoints)
 
+    model = endpoints[0].model
+
     def serving() -> bool | str:
-        if "disagg_server" in servers.info:
-            h = healthy(["disagg-server"])
-            if h is not True:
-                return h
-        for e in endpoints:
-            listed = models_listed(e.url, e.model)
+        # every worker lists the model; the disaggregated server has no /v1/models (it 404s in
+        # TensorRT-LLM), so for it /health is the signal
+        for w in workers:
+            listed = models_listed(urls[w.spec.name], model)
             if listed is not True:
-                return f"{e.url}: {listed}"
+                return f"{w.spec.name}: {listed}"
+        if "disagg_server" in servers.info:
+            return healthy(["disagg-server"])
         return True
 
     launcher.wait_ready(servers.servers, serving, what=f"{NAME} endpoints", timeout_s=spec.ready_timeout_s)
