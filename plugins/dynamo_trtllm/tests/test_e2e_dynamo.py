@@ -85,10 +85,16 @@ def test_disaggregated_etcd_nats(tmp_path, tiny_model):
     plan = bench(["plan", str(recipe), "--run-dir", str(run_dir), "--json"])
     assert plan.returncode == 0, plan.stderr
     assert not run_dir.exists()
-    r = bench(["run", str(recipe), "--run-dir", str(run_dir)])
+    secret = "hf_e2e_secret_value_123"
+    r = bench(["run", str(recipe), "--run-dir", str(run_dir)], env={"HF_TOKEN": secret})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PERFORMANCE OVERVIEW" in r.stdout
     data = assert_valid_points(run_dir, [1, 4], 32)
+    # the secret reached the servers' environment but no file of the run, nor bench's output
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+    assert secret not in r.stdout + r.stderr
     assert data["metadata"]["total_gpus"] == 2
     assert (run_dir / "pareto.png").stat().st_size > 1000
     assert (run_dir / "points" / "00-c1" / "profile_export_aiperf.json").exists()
@@ -167,3 +173,33 @@ def test_signal_mid_run_keeps_results_and_leaves_nothing(tmp_path, tiny_model, s
     assert [p["label"] for p in data["points"]] == ["c1"]
     assert any("stopped by" in e for e in data["errors"])
     assert_nothing_left(run_dir, f"e2e_sig{int(sig)}")
+
+
+@needs_dynamo
+@needs_aiperf
+def test_worker_killed_mid_run_keeps_measured_points(tmp_path, tiny_model):
+    """The decode worker dies during the second point: exit 3 naming it, first point kept, nothing left."""
+    recipe = write_recipe(tmp_path / "midrun.yaml", tiny_model,
+                          {"discovery": "file", "prefill": {"workers": 1}, "decode": {"workers": 1}},
+                          {"concurrency": [1, 2], "isl": 32, "osl": 64, "num_requests": 80}, 23400)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "benchstack.cli", "run", str(recipe), "--run-dir", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not (run_dir / "points" / "01-c2").exists():
+            time.sleep(0.2)
+        victims = [pid for pid, cmd in processes_mentioning(["DYN_NAMESPACE=e2e_midrun"])
+                   if "--disaggregation-mode decode" in cmd]
+        assert victims, "decode worker not found"
+        os.kill(victims[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err
+    assert "server 'decode-0' exited with code -9" in err
+    data = load_results(run_dir)
+    assert data["points"][0]["label"] == "c1" and data["points"][0]["validity"]["valid"]
+    assert any("decode-0" in e for e in data["errors"])
+    assert_nothing_left(run_dir, "e2e_midrun")
