@@ -48,6 +48,9 @@ def count_gpus() -> int:
 
 def port_is_free(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # servers bind with SO_REUSEADDR, so a port in TIME_WAIT is free for them (and the plan
+        # stays equal to the run after a previous run on the same ports)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((address, port))
         except OSError:
