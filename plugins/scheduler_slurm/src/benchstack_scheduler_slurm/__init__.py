@@ -1,0 +1,1 @@
+"""benchstack's Slurm scheduler: sbatch submission, srun steps per process, adopt an allocation."""
