@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import os
 import sys
@@ -17,6 +18,9 @@ from .records import BackendInfo, LoadgenInfo, SchedulerInfo
 ENTRY_POINT_GROUP = "benchstack.plugins"
 #: comma-separated plugin names never loaded (like tox's TOX_DISABLED_EXTERNAL_PLUGINS)
 BLOCK_ENV = "BENCHSTACK_BLOCK_PLUGINS"
+#: comma-separated NAME=MODULE pairs loaded like installed plugins (and in place of an installed
+#: plugin of the same name), e.g. ``sglang=benchstack_sglang.plugin``: try a plugin uninstalled
+EXTRA_ENV = "BENCHSTACK_EXTRA_PLUGINS"
 KINDS = ("backend", "scheduler", "load")
 
 
@@ -121,10 +125,26 @@ def _entry_points() -> Iterable[md.EntryPoint]:
     return md.entry_points(group=ENTRY_POINT_GROUP)
 
 
+def _extra_from_env() -> list[tuple[str, str]]:
+    """(name, module) pairs of ``BENCHSTACK_EXTRA_PLUGINS``."""
+    pairs = []
+    for item in os.environ.get(EXTRA_ENV, "").split(","):
+        name, sep, target = (part.strip() for part in item.partition("="))
+        if not item.strip():
+            continue
+        if not (sep and name and target):
+            raise PluginError(f"{EXTRA_ENV}: expected NAME=MODULE[,NAME=MODULE...], got {item.strip()!r}")
+        pairs.append((name, target))
+    return pairs
+
+
 def get_plugin_manager(
     *, load_entry_points: bool = True, extra: Iterable[tuple[str, Any]] = (), selected: Iterable[str] = ()
 ) -> PluginManager:
     """A fresh manager with the hook specs, the installed plugins and any ``extra`` ones.
+
+    Installed plugins are the entry points plus ``BENCHSTACK_EXTRA_PLUGINS``; both are skipped
+    without ``load_entry_points`` (the test kit's managers).
 
     A plugin that fails to import is recorded in ``failures`` and skipped, unless its name is in
     ``selected`` (then the error is raised, with its cause).
@@ -138,7 +158,8 @@ def get_plugin_manager(
     blocked = {b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip()}
     selected = set(selected)
     if load_entry_points:
-        seen: set[str] = set()
+        env_extra = _extra_from_env()
+        seen: set[str] = {name for name, _ in env_extra}  # these replace installed namesakes
         for ep in sorted(_entry_points(), key=lambda e: e.name):
             if ep.name in blocked or ep.name in seen:
                 continue
@@ -158,6 +179,19 @@ def get_plugin_manager(
                 )
                 continue
             manager.register(module, ep.name, dist_name, version)
+        for name, target in env_extra:
+            if name in blocked:
+                continue
+            try:
+                module = importlib.import_module(target)
+            except Exception as exc:  # same rules as a broken entry point
+                if name in selected:
+                    raise PluginError(f"plugin {name!r} ({EXTRA_ENV}: {target}) failed to load: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+                manager.failures.append(LoadFailure(name, f"{EXTRA_ENV}: {target}",
+                                                    f"{type(exc).__name__}: {exc}"))
+                continue
+            manager.register(module, name)
     for name, module in extra:
         manager.register(module, name)
     try:

@@ -1,84 +1,36 @@
 """benchstack's test kit for plugin authors (opt-in pytest plugin: ``-p benchstack.testing``).
 
-Builds a plugin manager with chosen plugins, recipe dicts and RunSpecs, plans deployments on a
-fake multi-node allocation, and compares rendered text with golden files.
+- managers with chosen plugins, recipe dicts, RunSpecs, plans and golden files (:mod:`.kit`);
+- record factories: ``make_allocation``, ``make_endpoint``, ``make_point``, ``make_metrics``, ...
+  (:mod:`.factories`);
+- conformance checks a plugin runs against itself: ``check_backend``, ``check_scheduler``,
+  ``check_loadgen`` (:mod:`.conformance`);
+- the ``fake`` scheduler (N nodes x G GPUs, starts nothing), the ``stub`` backend and load
+  generator, the timed OpenAI test server, helpers for end-to-end tests (:mod:`.e2e`);
+- pytest fixtures ``bench_manager``, ``bench_recipe``, ``bench_cli``, ``bench_timed_server``,
+  ``bench_no_leftovers`` (:mod:`.fixtures`), enabled by ``-p benchstack.testing`` or
+  ``pytest_plugins = ["benchstack.testing"]``; importing this package alone needs no pytest.
+
+docs/plugins.md ("Testing a plugin") shows them at work.
 """
 
 from __future__ import annotations
 
-import copy
-import os
-from pathlib import Path
-from types import ModuleType
-from typing import Any, Iterable
+from . import fake_scheduler, stubs
+from .conformance import Conformance, ConformanceError, check_backend, check_loadgen, check_scheduler
+from .factories import (make_allocation, make_endpoint, make_load_result, make_metrics, make_node,
+                        make_point, make_process, make_server_set, make_stat)
+from .kit import (BASE_RECIPE, UPDATE_GOLDEN_ENV, assert_golden, make_manager, make_recipe,
+                  make_spec, plan, plan_text, recipe_errors)
 
-from ..plugins import PluginManager, get_plugin_manager
-from ..recipe import load_specs
-from ..records import RunSpec
-from . import fake_scheduler
+#: what ``-p benchstack.testing`` registers with pytest besides this module: the fixtures
+pytest_plugins = ["benchstack.testing.fixtures"]
 
-UPDATE_GOLDEN_ENV = "BENCH_UPDATE_GOLDEN"
-
-BASE_RECIPE: dict[str, Any] = {
-    "name": "test",
-    "backend": "none",
-    "scheduler": "fake",
-    "load": "none",
-    "model": {"name": "tiny", "path": "/models/tiny"},
-    "sweep": {"concurrency": [1, 2], "isl": 32, "osl": 16, "num_requests": 8},
-}
-
-
-def make_manager(*plugins: tuple[str, ModuleType | object], entry_points: bool = False,
-                 fake: bool = True) -> PluginManager:
-    """A plugin manager holding ``plugins`` (name, module) plus the fake scheduler.
-
-    With ``entry_points`` the installed plugins are loaded too (as ``bench`` does).
-    """
-    extra = list(plugins)
-    if fake:
-        extra.append(("fake", fake_scheduler))
-    return get_plugin_manager(load_entry_points=entry_points, extra=extra)
-
-
-def make_recipe(**overrides: Any) -> dict[str, Any]:
-    """A recipe dict: the base recipe with top-level keys replaced by ``overrides``."""
-    data = copy.deepcopy(BASE_RECIPE)
-    data.update(copy.deepcopy(overrides))
-    return data
-
-
-def make_spec(data: dict[str, Any], manager: PluginManager, run_dir: Path | str = "/runs/test",
-              overrides: Iterable[str] = ()) -> RunSpec:
-    """The (first) RunSpec of a recipe dict; raises RecipeError like ``bench`` does."""
-    return load_specs(data, manager, overrides=overrides, run_dir=Path(run_dir))[0]
-
-
-def plan(data: dict[str, Any], manager: PluginManager, run_dir: Path | str = "/runs/test",
-         overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """``bench plan`` as data for a recipe dict (no side effects)."""
-    from ..runner import Runner
-
-    return Runner(manager, echo=lambda s: None, argv=["bench"]).plan(
-        make_spec(data, manager, run_dir, overrides)
-    )
-
-
-def assert_golden(path: Path | str, text: str) -> None:
-    """Compare ``text`` with the golden file; ``BENCH_UPDATE_GOLDEN=1`` rewrites it."""
-    path = Path(path)
-    if os.environ.get(UPDATE_GOLDEN_ENV) or not path.exists():
-        if not os.environ.get(UPDATE_GOLDEN_ENV) and not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            raise AssertionError(f"golden file {path} did not exist; written now, check it in")
-        path.write_text(text)
-        return
-    expected = path.read_text()
-    if expected != text:
-        import difflib
-
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
-                                            str(path), "actual"))
-        raise AssertionError(f"output differs from golden file {path} "
-                             f"(rerun with {UPDATE_GOLDEN_ENV}=1 to accept):\n{diff}")
+__all__ = [
+    "BASE_RECIPE", "UPDATE_GOLDEN_ENV", "make_manager", "make_recipe", "make_spec", "plan",
+    "plan_text", "recipe_errors", "assert_golden",
+    "make_node", "make_allocation", "make_endpoint", "make_point", "make_stat", "make_metrics",
+    "make_load_result", "make_process", "make_server_set",
+    "Conformance", "ConformanceError", "check_backend", "check_scheduler", "check_loadgen",
+    "fake_scheduler", "stubs",
+]
