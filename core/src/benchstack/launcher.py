@@ -194,3 +194,11 @@ class PortAllocator:
 
     def one(self, node: int) -> int:
         return self.take(node, 1)[0]
+
+    def reserve(self, node: int, port: int) -> int:
+        """Claim a port the recipe fixed (e.g. a frontend port), so no other server gets it."""
+        taken = self._taken.setdefault(node, set())
+        if port in taken:
+            raise ValueError(f"port {port} on node {node} is already given to another server")
+        taken.add(port)
+        return port

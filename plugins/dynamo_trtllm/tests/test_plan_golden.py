@@ -114,3 +114,11 @@ def test_count_instances_from_frontend_health():
         {"component": "prefill", "endpoint": "generate", "namespace": "ns", "instance_id": 1}]}
     assert plugin.count_instances(health, "ns") == {"prefill": 1, "backend": 1}
     assert plugin.expected_counts({"prefill": 2, "decode": 1}) == {"prefill": 2, "backend": 1}
+
+
+def test_fixed_frontend_port_is_reserved_first(manager):
+    section = {"frontend": {"port": 8000}, "aggregated": {"workers": 1}}
+    p = plan(recipe(section), manager)
+    procs = {x["name"]: x for x in p["processes"]}
+    assert procs["frontend"]["ports"] == [8000]
+    assert 8000 not in procs["etcd"]["ports"] + procs["nats"]["ports"] + procs["aggregated-0"]["ports"]

@@ -148,6 +148,8 @@ def bench_launch_servers(spec, allocation, launcher):
     servers, files = [], []
     etcd_url = nats_url = None
     kv_dir = str(launcher.path("dynamo-discovery"))
+    if o.frontend.port:
+        launcher.ports.reserve(0, o.frontend.port)  # before etcd/NATS take theirs
 
     # control plane on the head node (seed 002: start_frontend_services.sh)
     if o.discovery == "etcd":

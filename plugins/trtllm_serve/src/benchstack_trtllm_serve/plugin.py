@@ -122,6 +122,8 @@ def bench_launch_servers(spec, allocation, launcher):
     servers, files, endpoints, urls = [], [], [], {}
     total_gpus = 0
 
+    if o.disaggregated and o.disagg_server.port:
+        launcher.ports.reserve(0, o.disagg_server.port)  # before the workers take theirs
     roles = _roles(o)
     counts = {role: _server_count(o, role, e, allocation) for role, e in roles}
     context_places: list[Placement] = []
