@@ -23,6 +23,15 @@ stats), ``POST /config`` (changes settings; JSON body of :class:`TimedConfig` fi
 ``zero_latency`` answers at once with pre-rendered bodies (one write): the request-rate ceiling
 benchmark uses it.
 
+The server speaks HTTP/1.1 through a small asyncio protocol on uvloop (when installed), not a web
+framework: a request's arrival is stamped in the callback that receives its bytes and each token
+is written by a timer callback straight to the socket. With aiohttp's server, about 0.4 ms passed
+between a request reaching an idle server and its handler seeing it, and the truth charged that
+to the client.
+
+It is also the ``timed`` test backend (see :func:`bench_launch_servers`), and
+:func:`compare_to_truth` checks a load generator's metrics against what it served.
+
 CLI: ``python -m benchstack.testing.timed_server --port P --ttft-ms 20 --itl-ms 5``.
 """
 
@@ -37,11 +46,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from typing import Any
 
 import attrs
-from aiohttp import web, web_protocol, web_server
 
 from .. import hookimpl as _hookimpl
 from ..metrics import stat_of
@@ -72,7 +79,9 @@ class TimedConfig:
     fail_fraction: float = 0.0
     short_fraction: float = 0.5
     stream_error_after: int = 2
-    timer_slack_ms: float = 0.5  # wake this early: epoll rounds timeouts up to whole ms
+    timer_slack_ms: float | None = None  # wake this early (None: 0 on uvloop, 0.5 ms on asyncio,
+    # whose epoll timeouts round up to whole ms)
+    tick_ms: float = 1.0  # wake at least this often (0: never): an idle CPU answers late
 
 
 class _Truth:
@@ -114,31 +123,14 @@ def _prompt_tokens(data: dict[str, Any]) -> int:
     return len(str(prompt).split())
 
 
-class _StampingHandler(web_protocol.RequestHandler):
-    """aiohttp's connection handler, also noting when each request's headers arrived.
-
-    The truth's TTFT then runs from the arrival of the request, not from the start of its
-    handler, so the server's own parsing and queueing count as the server's, not the client's.
-    """
-
-    def data_received(self, data: bytes) -> None:
-        now = _now()
-        before = self._request_count
-        super().data_received(data)
-        if self._request_count != before:  # these bytes completed a request's headers
-            arrivals = getattr(self, "_bench_arrivals", None)
-            if arrivals is None:
-                arrivals = self._bench_arrivals = deque()
-            arrivals.extend([now] * (self._request_count - before))
-
-
-def _arrival(request: web.Request) -> int:
-    arrivals = getattr(request.protocol, "_bench_arrivals", None)
-    return arrivals.popleft() if arrivals else _now()
-
-
 class TimedServer:
-    """The aiohttp application and its truth; run with :meth:`start` or the CLI."""
+    """The server's state and truth; :meth:`start` serves it on a port (or run the CLI).
+
+    HTTP/1.1 is spoken by a small asyncio protocol (:class:`_Connection`), not a web framework:
+    a request is time-stamped in the very callback that receives its bytes, and every token
+    is written from a timer callback straight to the socket, so the truth holds what went over
+    the wire and the server adds next to nothing a client would be blamed for.
+    """
 
     def __init__(self, config: TimedConfig | None = None):
         self.config = config or TimedConfig()
@@ -146,56 +138,39 @@ class TimedServer:
         self._seq = 0
         self._inflight = 0
         self._max_inflight = 0
-        self._cache: dict[tuple, bytes] = {}
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
-        self.app.add_routes([
-            web.get("/health", self._control),
-            web.get("/v1/models", self._control),
-            web.post("/v1/chat/completions", self._generate),
-            web.post("/v1/completions", self._generate),
-            web.get("/stats", self._control),
-            web.post("/reset", self._control),
-            web.post("/config", self._control),
-        ])
-        self._runner: web.AppRunner | None = None
-        self._fast: asyncio.AbstractServer | None = None
+        self._cache: dict[tuple, Any] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._ticker: asyncio.Task | None = None
         self.port: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0: any free port) and return the port.
-
-        In zero-latency mode a minimal HTTP/1.1 server (:class:`_FastProtocol`) answers instead
-        of aiohttp, so that it is never the bottleneck of a client's request-rate ceiling.
-        """
+        """Listen on ``host:port`` (0: any free port) and return the port."""
         loop = asyncio.get_running_loop()
-        if self.config.zero_latency:
-            self._fast = await loop.create_server(lambda: _FastProtocol(self), host, port,
-                                                  backlog=4096, reuse_address=True)
-            self.port = self._fast.sockets[0].getsockname()[1]
-            return self.port
-        # aiohttp's Server makes its handlers from this module global: stamp arrivals
-        web_server.RequestHandler = _StampingHandler  # type: ignore[misc]
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=4096, reuse_address=True)
-        await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.port = sock.getsockname()[1]
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=4096,
+                                                reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.tick_ms > 0 and not self.config.zero_latency:
+            # a CPU left idle for tens of ms (a VM's vCPU above all) takes up to a millisecond
+            # to wake when a request arrives, which the truth would count against the client
+            self._ticker = loop.create_task(self._tick())
         return self.port
 
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.config.tick_ms, 0.1) / 1000)
+
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._fast is not None:
-            self._fast.close()
-            await self._fast.wait_closed()
-            self._fast = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     # ------------------------------------------------------------------ small endpoints
     def control(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, Any]:
-        """The endpoints other than generation: (status, JSON) for both HTTP front ends."""
+        """Every endpoint but generation: (status, JSON)."""
         if method == "GET" and path == "/health":
             return 200, {"status": "healthy", "model": self.config.model}
         if method == "GET" and path == "/v1/models":
@@ -213,19 +188,12 @@ class TimedServer:
             return 200, {"reset": True}
         if method == "POST" and path == "/config":
             try:
-                new = attrs.evolve(self.config, **json.loads(body or b"{}"))
+                self.config = attrs.evolve(self.config, **json.loads(body or b"{}"))
             except (TypeError, ValueError) as exc:
-                return 400, {"error": str(exc)}
-            if self._fast is not None and not new.zero_latency:
-                return 400, {"error": "this server was started in zero-latency mode; start another"}
-            self.config = new
+                return 400, {"error": {"message": str(exc), "code": 400}}
             self._cache.clear()
             return 200, attrs.asdict(self.config)
         return 404, {"error": {"message": f"no route {method} {path}", "code": 404}}
-
-    async def _control(self, request: web.Request) -> web.Response:
-        status, obj = self.control(request.method, request.path, dict(request.query), await request.read())
-        return web.json_response(obj, status=status)
 
     def summary(self) -> dict[str, Any]:
         """The server's own view of what it served: the truth a client is compared with."""
@@ -264,70 +232,85 @@ class TimedServer:
             return None
         return self.config.fail_kind if math.floor((seq + 1) * f) > math.floor(seq * f) else None
 
-    async def _generate(self, request: web.Request) -> web.StreamResponse:
-        recv = _arrival(request)
+    def generate(self, conn: "_Connection", path: str, headers: "_Headers", body: bytes,
+                 recv: int) -> None:
+        """Answer one generation request on ``conn`` (now, or from timers)."""
         cfg = self.config
-        chat = request.path.endswith("/chat/completions")
-        try:
-            data = json.loads(await request.read())
-        except ValueError:
-            return _error(400, "request body is not JSON")
-        stream = bool(data.get("stream"))
+        if cfg.zero_latency and not cfg.fail_kind:  # answers cached by request body
+            hit = self._cache.get((path, body))
+            if hit is not None:
+                payload, n, prompt_tokens = hit
+                seq = self._seq
+                self._seq += 1
+                truth = _Truth(headers.get(b"x-request-id").decode() or str(seq), path, True, recv)
+                truth.prompt_tokens, truth.tokens = prompt_tokens, n
+                truth.first = truth.last = truth.end = _now()
+                self.truth.append(truth)
+                return conn.write(payload)
+        chat = path.endswith("/chat/completions")
         seq = self._seq
         self._seq += 1
-        truth = _Truth(request.headers.get("X-Request-Id") or str(seq), request.path, stream, recv)
+        rid = headers.get(b"x-request-id").decode() or str(seq)
+        truth = _Truth(rid, path, True, recv)
         self.truth.append(truth)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            truth.fail, truth.end = "http500", _now()
+            return conn.reply(400, {"error": {"message": "request body is not JSON", "code": 400}})
+        truth.stream = stream = bool(data.get("stream"))
         if data.get("model") != cfg.model:
             truth.fail, truth.end = "http500", _now()
-            return _error(404, f"model {data.get('model')!r} not found", "NotFoundError")
+            return conn.reply(404, {"error": {"message": f"model {data.get('model')!r} not found",
+                                              "type": "NotFoundError", "code": 404}})
         max_tokens = data.get("max_tokens", data.get("max_completion_tokens", cfg.default_max_tokens))
         if not isinstance(max_tokens, int) or max_tokens < 1:
             truth.fail, truth.end = "http500", _now()
-            return _error(400, "max_tokens must be given as a positive integer")
+            return conn.reply(400, {"error": {"message": "max_tokens must be given as a positive integer",
+                                              "code": 400}})
         fail = self._fail_for(seq)
         truth.fail = fail
         truth.prompt_tokens = _prompt_tokens(data)
         if fail == "http500":
             truth.end = _now()
-            return _error(500, "injected failure", "InternalServerError")
+            return conn.reply(500, {"error": {"message": "injected failure", "type": "InternalServerError",
+                                              "code": 500}})
         n = max_tokens
         if fail == "zero_tokens":
             n = 0
         elif fail == "short":
             n = max(1, int(max_tokens * cfg.short_fraction))
+        usage = bool((data.get("stream_options") or {}).get("include_usage"))
+        if cfg.zero_latency and fail is None:
+            return self._zero_latency(conn, truth, chat, n, stream, usage, body)
         self._inflight += 1
         self._max_inflight = max(self._max_inflight, self._inflight)
-        try:
-            if not stream:
-                return await self._unary(truth, chat, n, cfg)
-            usage = bool((data.get("stream_options") or {}).get("include_usage"))
-            if cfg.zero_latency and fail is None:
-                return await self._zero_latency_stream(request, truth, chat, n, cfg, usage)
-            return await self._stream(request, truth, chat, n, fail, cfg, usage)
-        finally:
-            self._inflight -= 1
+        _Response(self, conn, truth, chat, n, fail, stream, usage).start()
 
-    async def _sleep_until(self, deadline_ns: int, slack_ns: int) -> None:
-        delay = deadline_ns - slack_ns - _now()
-        if delay > 0:
-            await asyncio.sleep(delay / 1e9)
-
-    async def _unary(self, truth: _Truth, chat: bool, n: int, cfg: TimedConfig) -> web.Response:
-        if not cfg.zero_latency:
-            total = (cfg.ttft_ms + max(0, n - 1) * cfg.itl_ms) * 1e6 if n else cfg.ttft_ms * 1e6
-            await self._sleep_until(truth.recv + int(total), int(cfg.timer_slack_ms * 1e6))
-        text = "".join(TOKEN_WORDS[k % len(TOKEN_WORDS)] for k in range(n))
+    def _zero_latency(self, conn: "_Connection", truth: _Truth, chat: bool, n: int, stream: bool,
+                      usage: bool, body: bytes) -> None:
+        key = (chat, n, truth.prompt_tokens, stream, usage)
+        payload = self._cache.get(key)
+        if payload is None:
+            if stream:
+                parts = [self._chunk("0", chat, None, role=True)] if self.config.role_chunk and chat else []
+                parts += [self._chunk("0", chat, TOKEN_WORDS[k % len(TOKEN_WORDS)],
+                                      "length" if k == n - 1 else None) for k in range(n)]
+                parts.append(self._tail("0", chat, truth.prompt_tokens, n, usage))
+                # chunked, one chunk per event, like a real stream (perf_analyzer needs it)
+                payload = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                           b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           + b"".join(_frame(p) for p in parts) + b"0\r\n\r\n")
+            else:
+                payload = _http(200, self._unary_body("0", chat, truth.prompt_tokens, n), "application/json")
+            self._cache[key] = payload
+        self._cache[(truth.path, body)] = (payload, n, truth.prompt_tokens)
         t = _now()
         truth.first = truth.last = t if n else None
         truth.tokens, truth.end = n, t
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text},
-                   "finish_reason": "length"} if chat else
-                  {"index": 0, "text": text, "finish_reason": "length"})
-        return web.json_response({
-            "id": f"cmpl-{truth.rid}", "object": "chat.completion" if chat else "text_completion",
-            "created": 0, "model": cfg.model, "choices": [choice],
-            "usage": _usage(truth.prompt_tokens, n)})
+        conn.write(payload)
 
+    # ------------------------------------------------------------------ bodies
     def _chunk(self, rid: str, chat: bool, text: str | None, finish: str | None = None,
                role: bool = False) -> bytes:
         if chat:
@@ -349,174 +332,212 @@ class TimedServer:
                 "usage": _usage(prompt_tokens, n)}
         return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\ndata: [DONE]\n\n"
 
-    async def _open(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-        return resp
+    def _unary_body(self, rid: str, chat: bool, prompt_tokens: int, n: int) -> bytes:
+        text = "".join(TOKEN_WORDS[k % len(TOKEN_WORDS)] for k in range(n))
+        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+                  if chat else {"index": 0, "text": text, "finish_reason": "length"})
+        return json.dumps({"id": f"cmpl-{rid}", "object": "chat.completion" if chat else "text_completion",
+                           "created": 0, "model": self.config.model, "choices": [choice],
+                           "usage": _usage(prompt_tokens, n)}).encode()
 
-    async def _stream(self, request: web.Request, truth: _Truth, chat: bool, n: int,
-                      fail: str | None, cfg: TimedConfig, usage: bool) -> web.StreamResponse:
-        resp = await self._open(request)
-        rid = truth.rid
-        if cfg.role_chunk and chat:
-            await resp.write(self._chunk(rid, chat, None, role=True))
-        slack = int(cfg.timer_slack_ms * 1e6)
-        ttft, itl = int(cfg.ttft_ms * 1e6), int(cfg.itl_ms * 1e6)
-        upto = max(0, min(n - 1, cfg.stream_error_after)) if fail == "stream_error" else n
-        if upto == 0:
-            await self._sleep_until(truth.recv + ttft, slack)
-        for k in range(upto):
-            await self._sleep_until(truth.recv + ttft + k * itl, slack)
-            last = k == n - 1
-            data = self._chunk(rid, chat, TOKEN_WORDS[k % len(TOKEN_WORDS)], "length" if last else None)
-            if last:
-                data += self._tail(rid, chat, truth.prompt_tokens, n, usage)
+
+class _Response:
+    """One timed response: tokens written from timer callbacks at deadlines from the arrival."""
+
+    __slots__ = ("server", "conn", "truth", "chat", "n", "fail", "stream", "usage", "upto", "k",
+                 "slack", "ttft", "itl", "handle")
+
+    def __init__(self, server: TimedServer, conn: "_Connection", truth: _Truth, chat: bool, n: int,
+                 fail: str | None, stream: bool, usage: bool):
+        cfg = server.config
+        self.server, self.conn, self.truth = server, conn, truth
+        self.chat, self.n, self.fail, self.stream, self.usage = chat, n, fail, stream, usage
+        self.upto = max(0, min(n - 1, cfg.stream_error_after)) if fail == "stream_error" else n
+        self.k = 0
+        slack = cfg.timer_slack_ms
+        if slack is None:
+            slack = 0.0 if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else 0.5
+        self.slack = int(slack * 1e6)
+        self.ttft, self.itl = int(cfg.ttft_ms * 1e6), int(cfg.itl_ms * 1e6)
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.conn.busy = self
+        if not self.stream:
+            total = self.ttft + max(0, self.n - 1) * self.itl
+            return self._at(self.truth.recv + total, self._unary)
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+        role = self.server._chunk(self.truth.rid, True, None, role=True) \
+            if self.server.config.role_chunk and self.chat else b""
+        self.conn.write(head + (_frame(role) if role else b""))
+        self._at(self.truth.recv + self.ttft, self._token)
+
+    def _at(self, deadline_ns: int, fn: Any) -> None:
+        delay = (deadline_ns - self.slack - _now()) / 1e9
+        loop = asyncio.get_running_loop()
+        self.handle = loop.call_later(delay, fn) if delay > 0 else loop.call_soon(fn)
+
+    def _token(self) -> None:
+        if self.conn.closed:
+            return self._finish(_now())
+        srv, truth, k = self.server, self.truth, self.k
+        if k >= self.upto:  # no (more) tokens: zero tokens, or the injected error
+            if self.fail == "stream_error":
+                err = {"error": {"message": "injected in-stream failure", "type": "internal_error",
+                                 "code": 500}}
+                data = b"event: error\ndata: " + json.dumps(err).encode() + b"\n\n"
+            else:
+                data = srv._chunk(truth.rid, self.chat, "", "length") + srv._tail(
+                    truth.rid, self.chat, truth.prompt_tokens, 0, self.usage)
             t = _now()
-            if k == 0:
-                truth.first = t
-            truth.last = t
-            truth.tokens = k + 1
-            if last:  # the last token, usage, [DONE] and the end of the body in one write
-                truth.end = t
-                await resp.write_eof(data)
-                return resp
-            await resp.write(data)
-        if fail == "stream_error":
-            err = {"error": {"message": "injected in-stream failure", "type": "internal_error",
-                             "code": 500}}
-            await resp.write(b"event: error\ndata: " + json.dumps(err).encode() + b"\n\n")
-        elif n == 0:
-            await resp.write(self._chunk(rid, chat, "", "length")
-                             + self._tail(rid, chat, truth.prompt_tokens, 0, usage))
-        truth.end = _now()
-        await resp.write_eof()
-        return resp
-
-    async def _zero_latency_stream(self, request: web.Request, truth: _Truth, chat: bool, n: int,
-                                   cfg: TimedConfig, usage: bool) -> web.StreamResponse:
-        key = (chat, n, truth.prompt_tokens, usage)
-        body = self._cache.get(key)
-        if body is None:
-            parts = [self._chunk("0", chat, None, role=True)] if cfg.role_chunk and chat else []
-            parts += [self._chunk("0", chat, TOKEN_WORDS[k % len(TOKEN_WORDS)],
-                                  "length" if k == n - 1 else None) for k in range(n)]
-            parts.append(self._tail("0", chat, truth.prompt_tokens, n, usage))
-            body = self._cache[key] = b"".join(parts)
+            self.conn.write(_frame(data) + b"0\r\n\r\n")
+            return self._finish(t)
+        last = k == self.n - 1
+        data = srv._chunk(truth.rid, self.chat, TOKEN_WORDS[k % len(TOKEN_WORDS)], "length" if last else None)
+        if last:  # the last token, usage, [DONE] and the end of the body in one write
+            data += srv._tail(truth.rid, self.chat, truth.prompt_tokens, self.n, self.usage)
         t = _now()
-        truth.first = truth.last = t
-        truth.tokens, truth.end = n, t
-        return web.Response(body=body, headers={"Content-Type": "text/event-stream",
-                                                "Cache-Control": "no-cache"})
+        self.conn.write(_frame(data) + (b"0\r\n\r\n" if last else b""))
+        if k == 0:
+            truth.first = t
+        truth.last = t
+        truth.tokens = k + 1
+        self.k = k + 1
+        if last:
+            return self._finish(t)
+        self._at(truth.recv + self.ttft + self.k * self.itl, self._token)
+
+    def _unary(self) -> None:
+        truth = self.truth
+        payload = _http(200, self.server._unary_body(truth.rid, self.chat, truth.prompt_tokens, self.n),
+                        "application/json")
+        t = _now()
+        self.conn.write(payload)
+        truth.first = truth.last = t if self.n else None
+        truth.tokens = self.n
+        self._finish(t)
+
+    def _finish(self, t: int) -> None:
+        self.truth.end = t
+        self.server._inflight -= 1
+        self.conn.done(self)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
 
 
-class _FastProtocol(asyncio.Protocol):
-    """Zero-latency mode's HTTP/1.1 server: pre-rendered answers, truth recorded, no aiohttp.
+class _Connection(asyncio.Protocol):
+    """One client connection: HTTP/1.1 requests parsed as they arrive, answered in order."""
 
-    Generation bodies are cached by request body (clients repeat their prompts), so a request
-    costs a header scan and a dictionary lookup.
-    """
-
-    def __init__(self, server: "TimedServer"):
+    def __init__(self, server: TimedServer):
         self.server = server
-        self.buf = b""
         self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.arrived: int | None = None  # when the first byte of the request being read came
+        self.busy: _Response | None = None
+        self.closed = False
+        self.close_after = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.busy is not None:
+            self.busy.cancel()
+            self.busy._finish(_now())
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         now = _now()
-        buf = self.buf + data if self.buf else data
-        while True:
+        if not self.buf:
+            self.arrived = now
+        self.buf += data
+        self._serve()
+
+    def _serve(self) -> None:
+        while self.busy is None and self.buf:
+            buf = self.buf
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                break
+                return
             head = buf[:end]
-            i = head.lower().find(b"content-length:")
-            length = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+            headers = _Headers(head)
+            length = int(headers.get(b"content-length", b"0") or 0)
             if len(buf) < end + 4 + length:
-                break
+                return
             body = buf[end + 4:end + 4 + length]
-            buf = buf[end + 4 + length:]
-            self._answer(head, body, now)
-        self.buf = buf
-
-    def _answer(self, head: bytes, body: bytes, now: int) -> None:
-        line = head[:head.find(b"\r\n")] if b"\r\n" in head else head
-        method, _, rest = line.partition(b" ")
-        target = rest.rsplit(b" ", 1)[0].decode()
-        path, _, qs = target.partition("?")
-        srv = self.server
-        if method == b"POST" and path in ("/v1/chat/completions", "/v1/completions"):
-            cached = srv._cache.get(("fast", path, body))
-            if cached is None:
-                cached = srv._cache[("fast", path, body)] = self._render(path, body)
-            status, payload, n, prompt_tokens = cached
-            i = head.lower().find(b"x-request-id:")
-            rid = head[i + 13:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None].strip().decode() \
-                if i >= 0 else str(srv._seq)
-            t = _Truth(rid, path, True, now)
-            srv._seq += 1
-            t.prompt_tokens = prompt_tokens
-            end = _now()
-            if status == 200:
-                t.first = t.last = end if n else None
-                t.tokens = n
+            self.buf = buf[end + 4 + length:]
+            recv = self.arrived or _now()
+            self.arrived = _now() if self.buf else None
+            self.close_after = headers.get(b"connection", b"").lower() == b"close"
+            method, _, rest = head[:head.find(b"\r\n") if b"\r\n" in head else None].partition(b" ")
+            target = rest.rsplit(b" ", 1)[0].decode("latin-1")
+            path, _, qs = target.partition("?")
+            if method == b"POST" and path in ("/v1/chat/completions", "/v1/completions"):
+                self.server.generate(self, path, headers, body, recv)
             else:
-                t.fail = "http500"
-            t.end = end
-            srv.truth.append(t)
-            self.transport.write(payload)  # type: ignore[union-attr]
-            return
-        query = dict(kv.split("=", 1) for kv in qs.split("&") if "=" in kv)
-        status, obj = srv.control(method.decode(), path, query, body)
-        data = json.dumps(obj).encode()
-        self.transport.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"  # type: ignore[union-attr]
-                             f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+                query = dict(kv.split("=", 1) for kv in qs.split("&") if "=" in kv)
+                status, obj = self.server.control(method.decode("latin-1"), path, query, body)
+                self.reply(status, obj)
 
-    def _render(self, path: str, body: bytes) -> tuple[int, bytes, int, int]:
-        srv = self.server
-        chat = path.endswith("/chat/completions")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return 400, _http(400, b'{"error":{"message":"request body is not JSON","code":400}}',
-                              "application/json"), 0, 0
-        n = data.get("max_tokens", data.get("max_completion_tokens", srv.config.default_max_tokens))
-        if data.get("model") != srv.config.model or not isinstance(n, int) or n < 1:
-            msg = json.dumps({"error": {"message": "unknown model or no max_tokens", "code": 404}})
-            return 404, _http(404, msg.encode(), "application/json"), 0, 0
-        prompt_tokens = _prompt_tokens(data)
-        usage = bool((data.get("stream_options") or {}).get("include_usage"))
-        if not data.get("stream"):
-            text = "".join(TOKEN_WORDS[k % len(TOKEN_WORDS)] for k in range(n))
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
-                      if chat else {"index": 0, "text": text, "finish_reason": "length"})
-            out = json.dumps({"id": "cmpl-0", "object": "chat.completion" if chat else "text_completion",
-                              "created": 0, "model": srv.config.model, "choices": [choice],
-                              "usage": _usage(prompt_tokens, n)}).encode()
-            return 200, _http(200, out, "application/json"), n, prompt_tokens
-        parts = [srv._chunk("0", chat, None, role=True)] if srv.config.role_chunk and chat else []
-        parts += [srv._chunk("0", chat, TOKEN_WORDS[k % len(TOKEN_WORDS)], "length" if k == n - 1 else None)
-                  for k in range(n)]
-        parts.append(srv._tail("0", chat, prompt_tokens, n, usage))
-        return 200, _http(200, b"".join(parts), "text/event-stream"), n, prompt_tokens
+    def reply(self, status: int, obj: Any) -> None:
+        self.write(_http(status, json.dumps(obj).encode(), "application/json"))
+        self._after()
+
+    def done(self, response: _Response) -> None:
+        if self.busy is response:
+            self.busy = None
+            self._after()
+            if self.buf and not self.closed:
+                self._serve()
+
+    def _after(self) -> None:
+        if self.close_after and self.transport is not None:
+            self.transport.close()
+
+
+class _Headers:
+    """A request's headers, looked up by lower-case name without parsing them all."""
+
+    __slots__ = ("low",)
+
+    def __init__(self, head: bytes):
+        self.low = head.lower()
+
+    def get(self, name: bytes, default: bytes = b"") -> bytes:
+        i = self.low.find(b"\r\n" + name + b":")
+        if i < 0:
+            return default
+        j = self.low.find(b"\r\n", i + 2)
+        return self.low[i + len(name) + 3:j if j > 0 else None].strip()
+
+
+def _frame(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def _http(status: int, body: bytes, ctype: str) -> bytes:
-    return (f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}.get(status, "X")
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
             .encode() + body)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
-
-
-def _error(status: int, message: str, kind: str = "BadRequestError") -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}},
-                             status=status)
 
 
 # ---------------------------------------------------------------------------- checking against it
@@ -766,9 +787,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fail-fraction", type=float, default=0.0)
     p.add_argument("--short-fraction", type=float, default=0.5)
     p.add_argument("--stream-error-after", type=int, default=2)
-    p.add_argument("--timer-slack-ms", type=float, default=0.5)
-    p.add_argument("--uvloop", action="store_true", help="run on uvloop (the default in zero-latency "
-                   "mode; its timers are coarser)")
+    p.add_argument("--timer-slack-ms", type=float, default=None)
+    p.add_argument("--tick-ms", type=float, default=1.0, help="wake at least this often (0: never)")
+    p.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                   help="event loop: uvloop when installed (auto; it reacts faster to a request "
+                        "arriving at an idle server), or asyncio's")
     return p.parse_args(argv)
 
 
@@ -779,7 +802,7 @@ def main(argv: list[str] | None = None) -> None:
         role_chunk=a.role_chunk, zero_latency=a.zero_latency,
         fail_kind=None if a.fail_kind in (None, "none") else a.fail_kind,
         fail_fraction=a.fail_fraction, short_fraction=a.short_fraction,
-        stream_error_after=a.stream_error_after, timer_slack_ms=a.timer_slack_ms)
+        stream_error_after=a.stream_error_after, timer_slack_ms=a.timer_slack_ms, tick_ms=a.tick_ms)
     server = TimedServer(config)
 
     async def serve() -> None:
@@ -793,12 +816,13 @@ def main(argv: list[str] | None = None) -> None:
         await stop.wait()
         await server.stop()
 
-    if a.uvloop or a.zero_latency:  # zero latency: no timers to keep, only speed matters
+    if a.loop != "asyncio":
         try:
             import uvloop
         except ImportError:
-            uvloop = None
-        if uvloop is not None:
+            if a.loop == "uvloop":
+                raise
+        else:
             uvloop.run(serve())
             return
     asyncio.run(serve())
