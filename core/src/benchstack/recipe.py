@@ -93,6 +93,23 @@ def structure(data: Any, cls: type, path: str) -> Any:
         raise RecipeError(f"{_format_exception(exc, cls)} @ {path}") from None
 
 
+# --------------------------------------------------------------------------- helpers for sections
+
+
+def fraction(inst, attribute, value):
+    """attrs validator for an optional fraction in (0, 1] (e.g. a KV-cache memory fraction)."""
+    if value is not None and not (0 < value <= 1):
+        raise ValueError(f"'{attribute.name}' must be in (0, 1]: {value}")
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` merged in, nested mappings merged key by key (extra wins)."""
+    out = dict(base)
+    for k, val in extra.items():
+        out[k] = deep_merge(out[k], val) if isinstance(val, dict) and isinstance(out.get(k), dict) else val
+    return out
+
+
 # --------------------------------------------------------------------------- core sections
 
 _pos_int = [v.instance_of(int), v.ge(1)]

@@ -6,12 +6,9 @@ from typing import Any
 
 from attrs import field, frozen, validators as v
 
+from benchstack.recipe import fraction
+
 _pos = [v.instance_of(int), v.ge(1)]
-
-
-def _fraction(inst, attribute, value):
-    if value is not None and not (0 < value <= 1):
-        raise ValueError(f"'{attribute.name}' must be in (0, 1]: {value}")
 
 
 @frozen(kw_only=True)
@@ -27,7 +24,7 @@ class RoleOptions:
     max_batch_size: int | None = field(default=None, validator=v.optional(_pos))
     max_num_tokens: int | None = field(default=None, validator=v.optional(_pos))
     max_seq_len: int | None = field(default=None, validator=v.optional(_pos))
-    kv_cache_free_gpu_memory_fraction: float | None = field(default=None, validator=_fraction)
+    kv_cache_free_gpu_memory_fraction: float | None = field(default=None, validator=fraction)
     cache_transceiver_backend: str | None = field(
         default=None, validator=v.optional(v.in_(["DEFAULT", "UCX", "NIXL", "MPI"]))
     )

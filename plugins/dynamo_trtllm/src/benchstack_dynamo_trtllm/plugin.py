@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from benchstack import hookimpl
-from benchstack.errors import RecipeError
 from benchstack.placement import GpuPlacer
 from benchstack.probe import http_json, models_listed
+from benchstack.recipe import deep_merge
 from benchstack.records import BackendInfo, Collected, Endpoint, FileSpec, ProcessSpec, ServerSet
 
 from .options import DynamoTrtllmOptions, RoleOptions
@@ -45,8 +45,6 @@ def bench_validate(spec):
         return None
     o = options(spec)
     problems = []
-    if o.worker == "mocker" and o.container_image is None and o.python is None:
-        pass
     for role, r in o.roles():
         if r.max_num_tokens and r.max_batch_size and r.max_num_tokens < r.max_batch_size:
             problems.append(f"'max_num_tokens' ({r.max_num_tokens}) must be >= 'max_batch_size' "
@@ -78,17 +76,7 @@ def engine_config(role: str, r: RoleOptions, disaggregated: bool) -> dict[str, A
         if role == "prefill":
             # Dynamo's disaggregated TRT-LLM configs turn the overlap scheduler off for prefill
             cfg["disable_overlap_scheduler"] = True
-    return _deep_merge(cfg, r.engine_args)
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, val in extra.items():
-        if isinstance(val, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], val)
-        else:
-            out[k] = val
-    return out
+    return deep_merge(cfg, r.engine_args)
 
 
 def namespace(spec, o: DynamoTrtllmOptions) -> str:

@@ -17,6 +17,7 @@ import yaml
 from benchstack import hookimpl
 from benchstack.placement import GpuPlacer, Placement, PlacementError
 from benchstack.probe import http_get, models_listed
+from benchstack.recipe import deep_merge
 from benchstack.records import BackendInfo, Collected, Endpoint, FileSpec, ProcessSpec, ServerSet
 
 from .options import EngineOptions, TrtllmServeOptions
@@ -67,14 +68,7 @@ def llm_api_options(e: EngineOptions, role: str, disaggregated: bool,
         cfg["cache_transceiver_config"] = {"backend": e.cache_transceiver_backend}
         if role == "context":
             cfg["disable_overlap_scheduler"] = True
-    return _merge(cfg, e.llm_api_options)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, val in extra.items():
-        out[k] = _merge(out[k], val) if isinstance(val, dict) and isinstance(out.get(k), dict) else val
-    return out
+    return deep_merge(cfg, e.llm_api_options)
 
 
 def serve_argv(o: TrtllmServeOptions, model: str, e: EngineOptions, host: str, port: int,
