@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,7 +101,7 @@ class TreeSampler(threading.Thread):
         return s[-1][1] if s and t_ns > s[-1][0] else (s[0][1] if s else 0.0)
 
 
-def run_client(argv: list[str], log: Path, env: dict | None = None, timeout: float = 900) -> tuple[int, TreeSampler]:
+def run_client(argv: list[str], log: Path, env: dict | None = None, timeout: float = 300) -> tuple[int, TreeSampler]:
     with open(log, "w") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
                                 start_new_session=True)
@@ -108,6 +109,8 @@ def run_client(argv: list[str], log: Path, env: dict | None = None, timeout: flo
         sampler.start()
         try:
             code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = -9
         finally:
             sampler.stop_flag.set()
             sampler.join()
@@ -244,8 +247,14 @@ def two_clients(server, work: Path, requests: int) -> float:
         out.mkdir(parents=True, exist_ok=True)
         procs.append(subprocess.Popen(cmd_benchstack(server.url, 32, requests, 16, 8, out / "result.json"),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-    for p in procs:
-        p.wait(600)
+    try:
+        for p in procs:
+            p.wait(300)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     return server.stats()["request_throughput"]
 
 
@@ -261,6 +270,8 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def main() -> int:
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so every client's process group is ended
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tools", default="benchstack,genai-perf,aiperf")
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
@@ -328,7 +339,9 @@ def main() -> int:
     mine = g("benchstack", "ceiling", "ceiling_rps")
     print(f"request-rate ceiling {fmt(mine, ' req/s', 0)}; two clients together "
           f"{fmt(pair, ' req/s', 0)} ({ratio(pair, mine)}x one: the server is "
-          f"{'not ' if pair and mine and pair > mine * 1.05 else 'maybe '}the bottleneck)")
+          f"{'not ' if pair and mine and pair > mine * 1.05 else 'maybe '}the bottleneck; "
+          f"{ratio(pair, g('genai-perf', 'ceiling', 'ceiling_rps'))}x genai-perf, which uses "
+          "threads on both cores)")
     for peer, cpu_target, ceil_target in (("genai-perf", 2 / 3, 1.5), ("aiperf", 1 / 5, None)):
         if peer not in results:
             continue

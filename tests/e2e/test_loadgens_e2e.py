@@ -30,9 +30,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 TIMED = {"BENCHSTACK_EXTRA_PLUGINS": "timed=benchstack.testing.timed_server"}
 #: each external tool's own client overhead on TTFT and end-to-end latency (ms), measured on this
-#: machine by benchmarks/client.py (TTFT error p50 at concurrency 16, rounded up); benchstack's
-#: client gets none: it must be within 2 % or 1 ms by itself
-OVERHEAD_MS = {"mlperf": 0.0, "genai_perf": 3.0, "aiperf": 15.0}
+#: machine by benchmarks/client.py (TTFT error p50 at concurrency 16: genai-perf 0.62-0.91 ms,
+#: AIPerf 4.7-10.2 ms; rounded up); benchstack's client gets none: it must be within 2 % or
+#: 1 ms by itself
+OVERHEAD_MS = {"mlperf": 0.0, "genai_perf": 1.0, "aiperf": 10.0}
 
 
 def _have(module: str) -> bool:

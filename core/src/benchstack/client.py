@@ -62,6 +62,8 @@ APIS = ("chat", "completions")
 _DATA = b"data:"
 _ERR_MARKERS = (b'"error"', b"event: error", b"event:error")
 _TAIL = 4096  # bytes kept from the end of a stream to find the usage chunk in
+#: a chunk with text in it (chat delta content, reasoning content, or completions text)
+_HAS_TEXT = re.compile(rb'"(?:content|reasoning_content|text)":"(?!")')
 #: a chunk whose only choice has an empty delta content (e.g. the first, role-only chunk)
 _EMPTY_DELTA = re.compile(rb'^\{[^{]*"choices":\[\{[^{]*"delta":\{("role":"[a-z]+",)?"content":""\},'
                           rb'[^{}\[\]]*\}\]')
@@ -193,6 +195,7 @@ class EndpointPicker:
 
 # --------------------------------------------------------------------------- the exchange
 
+#: called at the first token with the record and the token's text (UTF-8; b"" unless keep_text)
 FirstCallback = Callable[[RequestRecord, bytes], None]
 DoneCallback = Callable[[RequestRecord], None]
 
@@ -279,9 +282,21 @@ class _Exchange:
             if payload == b"[DONE]":
                 self.done = True
                 continue
-            if kind is None and _EMPTY_DELTA.search(payload) and b"usage\"" not in payload \
-                    and b"error" not in payload:
-                continue  # a role-only or empty delta: no token, nothing to learn
+            if kind is None and b"error" not in payload and b"usage\"" not in payload:
+                if _EMPTY_DELTA.search(payload):
+                    continue  # a role-only or empty delta: no token, nothing to learn
+                if not self.keep_text and _HAS_TEXT.search(payload):
+                    rec.events += 1  # a token: its time is needed, not its text
+                    if rec.t_first is None:
+                        rec.t_first = now
+                        if self.on_first is not None:
+                            self.on_first(rec, b"")
+                    if pending.find(b"error", pos) < 0:
+                        self.slow = False  # from now on only count data: lines
+                        self.fast_data += pending.count(_DATA, pos)
+                        pos = len(pending)
+                        break
+                    continue
             try:
                 obj = _loads(payload)
             except ValueError:
@@ -297,7 +312,7 @@ class _Exchange:
                 if rec.t_first is None:
                     rec.t_first = now
                     if self.on_first is not None:
-                        self.on_first(rec, content.encode())
+                        self.on_first(rec, content.encode() if self.keep_text else b"")
             _take_usage(rec, obj)
             if rec.t_first is not None and not self.keep_text and pending.find(b"error", pos) < 0:
                 self.slow = False  # from now on only count data: lines
@@ -516,6 +531,19 @@ class _Connection(asyncio.Protocol):
                 if size > 0 and len(data) == eol + size + 4:
                     ex.feed(data[eol + 2:-2], now)
                     return
+                if size > 0 and data.endswith(b"\r\n0\r\n\r\n"):  # a whole body in one read
+                    parts = data.split(b"\r\n")  # size, data, size, data, ..., "0", "", ""
+                    payload = parts[1:-3:2]
+                    try:  # every size matches its data, unless a chunk's data holds a CRLF
+                        whole = len(parts) % 2 == 1 and all(
+                            int(n, 16) == len(d) for n, d in zip(parts[0:-3:2], payload))
+                    except ValueError:
+                        whole = False
+                    if whole:  # else decode chunk by chunk below
+                        self._swallow, self._left = 0, -1
+                        ex.feed(b"".join(payload), now)
+                        self._complete(ex, now)
+                        return
         buf = self._buf + data if self._buf else data
         pos, n = 0, len(buf)
         out = []
@@ -808,6 +836,8 @@ def _target(url: str) -> tuple[str, str, str, str, int]:
 
 def _event(block: bytes) -> tuple[bytes | None, bytes | None]:
     """(event name, data payload) of one SSE event block; comments and empty blocks -> (None, None)."""
+    if block.startswith(b"data: ") and b"\n" not in block:  # the usual event: one data line
+        return None, block[6:]
     kind = None
     data = None
     for line in block.split(b"\n"):

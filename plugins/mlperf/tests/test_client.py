@@ -231,10 +231,13 @@ def test_load_shapes_against_the_timed_server(server):
     assert all(r.ok for r in recs) and (sends[-1] - sends[0]) / 1e9 == pytest.approx(39 / 200, abs=0.03)
 
 
+@pytest.mark.parametrize("crlf", [False, True])
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 19, 64, 10_000])
-def test_http_parser_handles_any_read_boundaries(step):
+def test_http_parser_handles_any_read_boundaries(step, crlf):
     """The response parser inside the client's protocol: chunked bodies cut at every place."""
     events = [ROLE, delta("a"), delta("b"), delta("c", "length"), USAGE, DONE]
+    if crlf:  # SSE with CRLF line ends: CRLF inside chunk data too
+        events = [e.replace(b"\n", b"\r\n") for e in events]
     body = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
     wire = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n" + body)

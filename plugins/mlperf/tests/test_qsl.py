@@ -80,7 +80,7 @@ def test_sample_lengths_never_below_one():
 
 
 def test_synthetic_with_a_tokenizer_is_token_exact(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 
     tok = Tokenizer(models.BPE())

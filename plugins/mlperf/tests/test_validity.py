@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from benchstack.runner import Runner
-from benchstack.testing import timed_server
 
 OFFLINE = {"scenarios": ["Offline"], "concurrency": [8], "isl": 16, "osl": 16, "num_requests": 40}
 

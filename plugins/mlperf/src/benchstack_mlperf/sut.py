@@ -61,9 +61,9 @@ class LoadgenSut:
 
     def __exit__(self, *exc: Any) -> None:
         if self._loop is not None:
+            self.tick_ms = 0.0  # the next tick schedules no other
             if self._ticker is not None:
                 self._loop.call_soon_threadsafe(self._ticker.cancel)
-                self.tick_ms = 0.0
             try:
                 self._call(self._client.close() if self._client else asyncio.sleep(0))
             finally:
@@ -98,7 +98,8 @@ class LoadgenSut:
         # a thread that sleeps for tens of ms wakes up slowly (an idle vCPU runs the next few
         # hundred microseconds of Python many times slower): keep the SUT's loop warm so that
         # LoadGen's issue reaches the socket at once
-        self._ticker = self._loop.call_later(self.tick_ms / 1000, self._tick)  # type: ignore[union-attr]
+        if self.tick_ms > 0:
+            self._ticker = self._loop.call_later(self.tick_ms / 1000, self._tick)  # type: ignore[union-attr]
 
     def warmup(self, count: int, concurrency: int = 8) -> None:
         """Send ``count`` requests outside LoadGen's measurement (closed loop)."""
