@@ -84,11 +84,14 @@ class LoadPoint:
 
     @property
     def label(self) -> str:
+        """``c16``, ``r2.5``, ``server-r16``, ``offline``: unique within a sweep."""
         if self.concurrency is not None:
-            return f"c{self.concurrency}"
-        if self.request_rate is not None:
-            return f"r{self.request_rate:g}"
-        return self.scenario.lower() if self.scenario else f"p{self.index}"
+            base = f"c{self.concurrency}"
+        elif self.request_rate is not None:
+            base = f"r{self.request_rate:g}"
+        else:
+            return self.scenario.lower() if self.scenario else f"p{self.index}"
+        return f"{self.scenario.lower()}-{base}" if self.scenario else base
 
 
 @frozen(kw_only=True)

@@ -90,7 +90,7 @@ class RunRecorder:
 
     def add_point(self, record: dict) -> None:
         self.data["points"].append(record)
-        self.write()
+        self.write(plot=False)  # the plot (about 1 s) is drawn once, by the final write
 
     def add_error(self, message: str) -> None:
         self.data["errors"].append(message)
@@ -102,12 +102,12 @@ class RunRecorder:
     def valid(self) -> bool:
         return all(p["validity"]["valid"] for p in self.data["points"])
 
-    def write(self) -> None:
+    def write(self, plot: bool = True) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.run_dir / "results.json", json.dumps(self.data, indent=2, default=str) + "\n")
         _atomic_write(self.run_dir / "results.csv", to_csv([self.data]))
         _atomic_write(self.run_dir / "summary.txt", summary_text(self.data))
-        if self.data["points"]:
+        if plot and self.data["points"]:
             try:
                 pareto_plot([self.data], self.run_dir / "pareto.png")
             except Exception as exc:  # a plot must never lose a measurement
@@ -268,7 +268,8 @@ def pareto_plot(runs: list[dict], path: Path, labels: list[str] | None = None) -
     ax.set_ylabel("output tokens/s/GPU" if per_gpu else "output tokens/s (no GPU count)")
     ax.set_title("Throughput vs interactivity")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
