@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from .errors import LoadError
 from .launcher import shell_join, tail
+
+
+def find_tool(name: str, override: str | None = None) -> str:
+    """``override`` if given, else ``name`` next to the running Python (its venv), else on PATH."""
+    if override:
+        return override
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name) or name
 
 
 def run_tool(argv: Sequence[str], log_path: Path, *, timeout_s: float,

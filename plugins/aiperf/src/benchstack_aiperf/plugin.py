@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 from pathlib import Path
 
 from attrs import field, frozen, validators as v
@@ -14,7 +12,7 @@ from benchstack import hookimpl
 from benchstack.errors import LoadError
 from benchstack.launcher import tail
 from benchstack.metrics import metrics_from_perf_export
-from benchstack.proc import run_tool
+from benchstack.proc import find_tool, run_tool
 from benchstack.records import LoadgenInfo, LoadResult
 
 NAME = "aiperf"
@@ -38,12 +36,7 @@ class AiperfOptions:
 
 
 def executable(o: AiperfOptions) -> str:
-    if o.executable:
-        return o.executable
-    beside = Path(sys.executable).parent / "aiperf"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("aiperf") or "aiperf"
+    return find_tool("aiperf", o.executable)
 
 
 def command(spec, o: AiperfOptions, endpoints, point, out_dir: Path) -> list[str]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from benchstack import hookimpl
 from benchstack.errors import LoadError
 from benchstack.launcher import tail
-from benchstack.proc import run_tool
+from benchstack.proc import find_tool, run_tool
 from benchstack.records import Endpoint, LoadgenInfo, LoadPoint, LoadResult, RunSpec
 
 from . import parse
@@ -24,12 +23,7 @@ ARTIFACTS = "artifacts"
 
 def executable(o: GenaiPerfOptions) -> str:
     """``genai_perf.executable``, else ``genai-perf`` next to this Python, else on PATH."""
-    if o.executable:
-        return o.executable
-    beside = Path(sys.executable).parent / "genai-perf"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("genai-perf") or "genai-perf"
+    return find_tool("genai-perf", o.executable)
 
 
 def _hostport(url: str) -> str:
