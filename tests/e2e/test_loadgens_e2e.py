@@ -176,7 +176,7 @@ def test_dynamo_mocker_measured_by_every_load_generator(tmp_path, tiny_model):
         assert m["request_throughput"] > 0 and m["ttft_ms"]["p50"] > 0
         assert {"mlperf_log_summary.txt", "mlperf_log_detail.txt"} <= {Path(a).name for a in p["artifacts"]}
     assert mlperf["points"][1]["tool_extra"]["loadgen"]["effective_target_qps"] == 16
-    assert (parent / "mlperf" / "points" / "01-r16" / "mlperf_log_detail.txt").exists()
+    assert (parent / "mlperf" / "points" / "01-server-r16" / "mlperf_log_detail.txt").exists()
     for load in ("genai_perf", "aiperf"):
         data = load_results(parent / load)
         p = data["points"][0]
