@@ -92,8 +92,7 @@ class countload:
 @pytest.fixture
 def manager():
     MODE["worker"] = "ok"
-    return make_manager(("web", webbackend), ("count", countload), fake=False,
-                        entry_points=False) if False else _manager()
+    return _manager()
 
 
 def _manager():
